@@ -1,0 +1,55 @@
+# Entry points for developers, CI and image builders. Every target installs
+# what it needs on a fresh Debian machine; only the Rust toolchain is assumed.
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+LAYOUT ?= socket
+DESTDIR ?=
+RELEASE_DIR := target/release
+
+# Debian packages the build and the tests need: protoc for the ttrpc code
+# generators; systemd-nspawn, debootstrap and systemctl for the podvm boot
+# suite; curl for `make run`.
+DEB_PACKAGES := protobuf-compiler systemd-container debootstrap systemd curl
+# wrk drives the REST server in `make bench`.
+BENCH_PACKAGES := wrk
+
+.PHONY: all deps bench-deps build release run test bench lint install clean
+
+all: build
+
+# Install the missing Debian packages, as root, only when one is missing.
+deps:
+	@scripts/apt-ensure.sh $(DEB_PACKAGES)
+
+bench-deps:
+	@scripts/apt-ensure.sh $(BENCH_PACKAGES)
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+release: deps
+	$(CARGO) build --workspace --release --bins
+
+run: release
+	@scripts/run.sh $(RELEASE_DIR)
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Prints the benchmark table and writes target/bench.json; AA_BIN, CDH_BIN and ASR_BIN
+# measure other builds of the three services.
+bench: release bench-deps
+	$(RELEASE_DIR)/bench
+
+# The podvm boot suite installs the release binaries into its container.
+test: lint release
+	$(CARGO) test --workspace
+
+# Into an image tree: make install DESTDIR=/path/to/rootfs [PREFIX=/usr/local] [LAYOUT=path]
+install: release
+	scripts/install.sh $(RELEASE_DIR) "$(DESTDIR)" $(PREFIX) $(LAYOUT)
+
+clean:
+	$(CARGO) clean
