@@ -14,7 +14,7 @@ DEB_PACKAGES := protobuf-compiler systemd-container debootstrap systemd curl
 # wrk drives the REST server in `make bench`.
 BENCH_PACKAGES := wrk
 
-.PHONY: all deps bench-deps build release run test bench lint install clean
+.PHONY: all deps bench-deps build release run podvm test bench lint install clean
 
 all: build
 
@@ -33,6 +33,11 @@ release: deps
 
 run: release
 	@scripts/run.sh $(RELEASE_DIR)
+
+# Boots a podvm container (root) with the embedded default and shows its process tree, unit
+# states and one REST call, then powers it off.
+podvm: release
+	$(CARGO) test -p stack-tests --test nspawn -- --ignored --nocapture podvm_demo
 
 lint: deps
 	$(CARGO) fmt --all -- --check

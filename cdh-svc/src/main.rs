@@ -53,7 +53,9 @@ fn run(cli: cli::Cli) -> Result<()> {
     // Before any thread exists: this unsets the LISTEN_* variables.
     let inherited =
         InheritedListeners::take_from_env().context("invalid socket activation environment")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread, as the other services: the work is I/O, and the rare TEE key generation
+    // goes to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;

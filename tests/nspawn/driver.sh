@@ -134,6 +134,51 @@ check_end_to_end() {
     figure first-resource-round-trip "$(((done_at - started) * 10))" ms
 }
 
+# Run as its own unit, ordered after provisioning: polls the REST server in
+# podns until the first resource arrives, then records when (wall clock, us)
+# and after how many tries.
+first_resource_probe() {
+    local i
+    for ((i = 1; i <= 10000; i++)); do
+        if in_podns curl -sf --max-time 5 -o /dev/null "$resource_url" 2>/dev/null; then
+            echo "${EPOCHREALTIME/./} $i" >/run/first-resource
+            return 0
+        fi
+        sleep 0.002
+    done
+    return 1
+}
+
+# How long after process-user-data finished the probe had its first resource.
+check_first_resource() {
+    local exited pud_exit served tries
+    exited=$(systemctl show --timestamp=us+utc -p ExecMainExitTimestamp --value process-user-data.service)
+    pud_exit=$(date -d "$exited" +%s%6N 2>/dev/null)
+    if [ -n "$pud_exit" ] && read -r served tries </run/first-resource 2>/dev/null; then
+        check first-resource-after-user-data ok "$(((served - pud_exit) / 1000)) ms after process-user-data exited, try $tries"
+        figure first-resource-after-user-data "$(((served - pud_exit) / 1000))" ms
+    else
+        check first-resource-after-user-data fail "process-user-data exited '$exited'; probe: $(systemctl status --no-pager first-resource-probe.service 2>&1 | tail -n 3 | tr '\n' ' ')"
+    fi
+}
+
+# `make podvm`: what a newcomer looks at first.
+show_demo() {
+    local unit body
+    {
+        echo "== process tree"
+        cat /results/tree
+        echo "== units"
+        for unit in "${services[@]}"; do
+            printf '%-32s %s\n' "$unit.socket" "$(systemctl is-active "$unit.socket")"
+            printf '%-32s %s (%s)\n' "$unit.service" "$(systemctl is-active "$unit.service")" "$(show "$unit.service" StatusText)"
+        done
+        echo "== ip netns exec podns curl $resource_url"
+        body=$(in_podns curl -s --max-time 10 "$resource_url" | od -An -tx1 -w48 | head -n 1)
+        echo "$body"
+    } >/results/demo
+}
+
 # A bounded run of requests through the REST server while systemd restarts a
 # service; prints the number of failed requests.
 requests_during() {
@@ -292,6 +337,7 @@ main() {
         check_boot_order
         check_readiness
         check_end_to_end
+        check_first_resource
         check_restart_under_load
         check_watchdog
         check_reload
@@ -301,6 +347,12 @@ main() {
     path)
         check_started_by_systemd
         check_end_to_end
+        check_first_resource
+        ;;
+    demo)
+        check_started_by_systemd
+        print_tree
+        show_demo
         ;;
     bad-config)
         check_bad_config
@@ -311,4 +363,9 @@ main() {
     systemctl poweroff
 }
 
-main
+# The probe runs during the boot, so it must not wait for the boot to finish.
+if [ "$scenario" = first-resource-probe ]; then
+    first_resource_probe
+else
+    main
+fi

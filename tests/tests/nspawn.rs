@@ -95,6 +95,46 @@ enum Layout {
     Path,
 }
 
+/// What the driver checks in the booted podvm.
+#[derive(Clone, Copy)]
+enum Scenario {
+    /// Every check of the socket-activated layout.
+    Socket,
+    /// The end-to-end answer of the path-activated layout.
+    Path,
+    /// A malformed AA config.
+    BadConfig,
+    /// `make podvm`: the tree, the unit states and one REST call, shown.
+    Demo,
+}
+
+impl Scenario {
+    /// The driver's argument.
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Socket => "socket",
+            Scenario::Path => "path",
+            Scenario::BadConfig => "bad-config",
+            Scenario::Demo => "demo",
+        }
+    }
+
+    /// Whether a probe times the first resource after provisioning.
+    fn times_first_resource(self) -> bool {
+        matches!(self, Scenario::Socket | Scenario::Path)
+    }
+}
+
+/// Where the podvm's resources come from.
+enum Kbc<'a> {
+    /// The test KBS on loopback, named by user data (`cc_kbc`); the extra
+    /// `write_files` entries go into the same user data.
+    TestKbs { extra_user_files: &'a str },
+    /// The embedded default: no user data, `offline_fs_kbc` with a sample
+    /// resource file in `/etc`.
+    Embedded,
+}
+
 /// A copy of the rootfs with the stack installed, ready to boot once.
 struct Podvm {
     dir: tempfile::TempDir,
@@ -110,7 +150,7 @@ impl Podvm {
         self.dir.path().join("results")
     }
 
-    fn new(layout: Layout, scenario: &str, extra_user_files: &str) -> Self {
+    fn new(layout: Layout, scenario: Scenario, kbc: Kbc) -> Self {
         // First the cache, which also makes the directory the copy goes to.
         let rootfs = cached_rootfs();
         let dir = tempfile::Builder::new()
@@ -141,8 +181,13 @@ impl Podvm {
 
         let resource: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
         let podvm = Podvm { dir, resource };
-        podvm.install_test_kbs(&bins);
-        podvm.install_user_data(extra_user_files);
+        match kbc {
+            Kbc::TestKbs { extra_user_files } => {
+                podvm.install_test_kbs(&bins);
+                podvm.install_user_data(extra_user_files);
+            }
+            Kbc::Embedded => podvm.install_offline_resources(),
+        }
         podvm.install_driver(scenario);
         podvm.enable(layout);
         podvm
@@ -175,6 +220,17 @@ impl Podvm {
         );
     }
 
+    fn install_offline_resources(&self) {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&self.resource);
+        self.write(
+            "/etc/aa-offline_fs_kbc-resources.json",
+            format!("{{\"default/key/1\": \"{encoded}\"}}\n").as_bytes(),
+            0o600,
+        );
+        self.write("/srv/kbs/default/key/1", &self.resource, 0o600);
+    }
+
     fn install_user_data(&self, extra_user_files: &str) {
         let daemon = format!("{{\"aa-kbc-params\": \"cc_kbc::http://{KBS_LISTEN}\"}}");
         let user_data = format!(
@@ -184,19 +240,32 @@ impl Podvm {
         self.write("/media/cidata/user-data", user_data.as_bytes(), 0o600);
     }
 
-    fn install_driver(&self, scenario: &str) {
+    fn install_driver(&self, scenario: Scenario) {
         let driver = fs::read(workspace().join("tests/nspawn/driver.sh")).unwrap();
         self.write("/usr/local/lib/stack-test/driver.sh", &driver, 0o755);
         let unit = format!(
             "[Unit]\nDescription=Stack test driver\n\n[Service]\nType=simple\n\
-             ExecStart=/usr/local/lib/stack-test/driver.sh {scenario}\n\n\
-             [Install]\nWantedBy=multi-user.target\n"
+             ExecStart=/usr/local/lib/stack-test/driver.sh {}\n\n\
+             [Install]\nWantedBy=multi-user.target\n",
+            scenario.name()
         );
         self.write(
             "/etc/systemd/system/stack-test.service",
             unit.as_bytes(),
             0o644,
         );
+        if scenario.times_first_resource() {
+            // Polls from the moment provisioning is over, as a pod would.
+            self.write(
+                "/etc/systemd/system/first-resource-probe.service",
+                b"[Unit]\nDescription=Time the first resource after provisioning\n\
+                  After=process-user-data.service\n\n\
+                  [Service]\nType=oneshot\n\
+                  ExecStart=/usr/local/lib/stack-test/driver.sh first-resource-probe\n\n\
+                  [Install]\nWantedBy=multi-user.target\n",
+                0o644,
+            );
+        }
     }
 
     /// Enables units as an image builder would: by preset, plus the test's own.
@@ -227,9 +296,17 @@ impl Podvm {
                 .arg(format!("--root={}", self.root().display()))
                 .args(["preset", unit]));
         }
-        run(Command::new("systemctl")
-            .arg(format!("--root={}", self.root().display()))
-            .args(["enable", "test-kbs.service", "stack-test.service"]));
+        for unit in [
+            "test-kbs.service",
+            "stack-test.service",
+            "first-resource-probe.service",
+        ] {
+            if self.root().join("etc/systemd/system").join(unit).exists() {
+                run(Command::new("systemctl")
+                    .arg(format!("--root={}", self.root().display()))
+                    .args(["enable", unit]));
+            }
+        }
     }
 
     /// Boots the container until the driver powers it off; returns the report.
@@ -343,7 +420,13 @@ fn socket_activated_podvm_boots_serves_and_survives() {
         return;
     }
     let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
-    let podvm = Podvm::new(Layout::Socket, "socket", "");
+    let podvm = Podvm::new(
+        Layout::Socket,
+        Scenario::Socket,
+        Kbc::TestKbs {
+            extra_user_files: "",
+        },
+    );
     let report = podvm.boot();
     println!(
         "{}",
@@ -367,6 +450,7 @@ fn socket_activated_podvm_boots_serves_and_survives() {
             "resource-via-rest",
             "token-via-rest",
             "rest-not-in-root-netns",
+            "first-resource-after-user-data",
             "no-request-lost",
             "watchdog-restart",
             "units-verify",
@@ -386,7 +470,13 @@ fn path_activated_podvm_serves_the_same_answer() {
         return;
     }
     let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
-    let podvm = Podvm::new(Layout::Path, "path", "");
+    let podvm = Podvm::new(
+        Layout::Path,
+        Scenario::Path,
+        Kbc::TestKbs {
+            extra_user_files: "",
+        },
+    );
     let report = podvm.boot();
 
     let mut expected: Vec<String> = Vec::new();
@@ -398,6 +488,7 @@ fn path_activated_podvm_serves_the_same_answer() {
             "resource-via-rest",
             "token-via-rest",
             "rest-not-in-root-netns",
+            "first-resource-after-user-data",
         ]
         .map(String::from),
     );
@@ -414,7 +505,34 @@ fn malformed_aa_config_fails_clearly_without_a_restart_storm() {
     let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
     let bad_toml =
         "  - path: /run/peerpod/aa.toml\n    content: |\n      [token_configs.kbs\n      url = 1\n";
-    let podvm = Podvm::new(Layout::Socket, "bad-config", bad_toml);
+    let podvm = Podvm::new(
+        Layout::Socket,
+        Scenario::BadConfig,
+        Kbc::TestKbs {
+            extra_user_files: bad_toml,
+        },
+    );
     let report = podvm.boot();
     report.assert_passed(&["start-limit", "bad-config-journal", "bad-config-status"]);
+}
+
+/// `make podvm`: boots the podvm with the embedded default and shows its process tree, its unit
+/// states and one REST call.
+#[test]
+#[ignore = "a demonstration, not a check; `make podvm` runs it"]
+fn podvm_demo() {
+    if let Some(reason) = skip_reason() {
+        println!("skipped: the podvm demonstration needs {reason}");
+        return;
+    }
+    let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+    let podvm = Podvm::new(Layout::Socket, Scenario::Demo, Kbc::Embedded);
+    let report = podvm.boot();
+    println!(
+        "{}",
+        fs::read_to_string(podvm.results().join("demo")).unwrap_or_default()
+    );
+    let expected = per_service("active");
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    report.assert_passed(&expected);
 }

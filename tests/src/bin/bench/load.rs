@@ -1,0 +1,345 @@
+//! Closed-loop load: a fixed number of ttrpc calls or REST requests over N connections, and the
+//! latency percentiles and throughput they give; `wrk` runs and their parsed output.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use common::wire::api::{GetResourceRequest, GetResourceServiceClient};
+use common::wire::attestation_agent::{AttestationAgentServiceClient, GetEvidenceRequest};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::http::HttpConnection;
+use crate::service::{connect, context, Address, RESOURCE_URI};
+
+/// What one load run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    /// Row name in the table.
+    pub name: String,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Requests completed, successful or not.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Median latency of successful requests, in microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency of successful requests, in microseconds.
+    pub p99_us: f64,
+    /// Requests completed per second of wall time.
+    pub per_second: f64,
+}
+
+/// Latencies of the successful requests of one connection, and its failure count.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// The ttrpc call a load run repeats.
+#[derive(Debug, Clone, Copy)]
+pub enum TtrpcCall {
+    /// `AttestationAgentService.GetEvidence`.
+    Evidence,
+    /// `GetResourceService.GetResource` of [`RESOURCE_URI`].
+    Resource,
+}
+
+/// Sends `requests` calls over `connections` ttrpc connections, each connection in a closed loop.
+pub async fn ttrpc_load(
+    name: &str,
+    address: &Address,
+    call: TtrpcCall,
+    connections: usize,
+    requests: usize,
+) -> Result<LoadResult> {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(connect(address).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        let count = share(requests, connections, index);
+        tasks.spawn(async move {
+            match call {
+                TtrpcCall::Evidence => {
+                    let client = AttestationAgentServiceClient::new(client);
+                    let request = GetEvidenceRequest {
+                        runtime_data: b"bench".to_vec(),
+                    };
+                    timed(count, || client.get_evidence(context(), &request)).await
+                }
+                TtrpcCall::Resource => {
+                    let client = GetResourceServiceClient::new(client);
+                    let request = GetResourceRequest {
+                        resource_path: RESOURCE_URI.to_owned(),
+                    };
+                    timed(count, || client.get_resource(context(), &request)).await
+                }
+            }
+        });
+    }
+    summarize(name, connections, started, tasks).await
+}
+
+/// Sends `requests` GETs of `path` over `connections` keep-alive connections; only 200 counts
+/// as success.
+pub async fn rest_load(
+    name: &str,
+    port: u16,
+    path: &'static str,
+    connections: usize,
+    requests: usize,
+) -> Result<LoadResult> {
+    let mut streams = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        streams.push(HttpConnection::connect(port).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (index, mut stream) in streams.into_iter().enumerate() {
+        let count = share(requests, connections, index);
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            for _ in 0..count {
+                if !stream.is_open() {
+                    stream = HttpConnection::connect(port).await?;
+                }
+                let sent = Instant::now();
+                match stream.get(path).await {
+                    Ok(200) => samples.latencies.push(sent.elapsed()),
+                    Ok(_) => samples.errors += 1,
+                    Err(_) => {
+                        samples.errors += 1;
+                        stream = HttpConnection::connect(port).await?;
+                    }
+                }
+            }
+            Ok(samples)
+        });
+    }
+    summarize(name, connections, started, tasks).await
+}
+
+/// The part of `total` that connection `index` of `connections` sends.
+fn share(total: usize, connections: usize, index: usize) -> usize {
+    total / connections + usize::from(index < total % connections)
+}
+
+/// Runs `call` `count` times in a row, timing each.
+async fn timed<F, Fut, T>(count: usize, mut call: F) -> Result<Samples>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ttrpc::Result<T>>,
+{
+    let mut samples = Samples::default();
+    for _ in 0..count {
+        let sent = Instant::now();
+        match call().await {
+            Ok(_) => samples.latencies.push(sent.elapsed()),
+            Err(_) => samples.errors += 1,
+        }
+    }
+    Ok(samples)
+}
+
+/// Joins the connections' tasks and turns their samples into one result.
+async fn summarize(
+    name: &str,
+    connections: usize,
+    started: Instant,
+    mut tasks: JoinSet<Result<Samples>>,
+) -> Result<LoadResult> {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let samples = joined.context("a load connection panicked")??;
+        latencies.extend(samples.latencies);
+        errors += samples.errors;
+    }
+    let elapsed = started.elapsed();
+    if latencies.is_empty() {
+        bail!("{name}: every one of {errors} requests failed");
+    }
+    latencies.sort_unstable();
+    let requests = latencies.len() as u64 + errors;
+    Ok(LoadResult {
+        name: name.to_owned(),
+        connections,
+        requests,
+        errors,
+        p50_us: micros(percentile(&latencies, 0.50)),
+        p99_us: micros(percentile(&latencies, 0.99)),
+        per_second: requests as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+/// Nearest-rank percentile of sorted, non-empty samples.
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let rank = (fraction * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+/// The median of non-empty samples.
+pub fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    percentile(samples, 0.5)
+}
+
+/// Runs `wrk` for `seconds` against `url`; `None` when wrk is not installed.
+pub fn wrk(name: &str, url: &str, connections: usize, seconds: u64) -> Result<Option<LoadResult>> {
+    let threads = connections.min(2).to_string();
+    let output = std::process::Command::new("wrk")
+        .args(["-t", &threads, "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "--latency", url])
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("failed to run wrk"),
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk against {url} failed with {}: {}{}",
+            output.status,
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(name, connections, &text)
+        .with_context(|| format!("unexpected wrk output for {url}:\n{text}"))
+        .map(Some)
+}
+
+/// Reads requests, errors, p50, p99 and requests/s from wrk's `--latency` report.
+fn parse_wrk(name: &str, connections: usize, text: &str) -> Result<LoadResult> {
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut per_second = None;
+    let mut requests = None;
+    let mut errors = 0;
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", value] => p50 = Some(wrk_duration_us(value)?),
+            ["99%", value] => p99 = Some(wrk_duration_us(value)?),
+            ["Requests/sec:", value] => per_second = Some(value.parse::<f64>()?),
+            [count, "requests", "in", ..] => requests = Some(count.parse::<u64>()?),
+            ["Non-2xx", "or", "3xx", "responses:", count] => errors += count.parse::<u64>()?,
+            ["Socket", "errors:", rest @ ..] => {
+                errors += rest
+                    .iter()
+                    .filter_map(|word| word.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    Ok(LoadResult {
+        name: name.to_owned(),
+        connections,
+        requests: requests.context("no request count")?,
+        errors,
+        p50_us: p50.context("no 50% latency")?,
+        p99_us: p99.context("no 99% latency")?,
+        per_second: per_second.context("no Requests/sec")?,
+    })
+}
+
+/// `123.45us`, `1.20ms`, `2.00s` or `1.00m` in microseconds.
+fn wrk_duration_us(value: &str) -> Result<f64> {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .with_context(|| format!("duration {value:?} has no unit"))?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("malformed duration {value:?}"))?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        _ => bail!("unknown duration unit in {value:?}"),
+    };
+    Ok(number * scale)
+}
+
+/// Requests of a steady stream and how many of them failed.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StreamCount {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests that got no 200.
+    pub lost: u64,
+}
+
+/// A steady stream of REST requests, each on a new connection as a short-lived client would
+/// send it, until `stop` is set.
+pub async fn steady_stream(
+    port: u16,
+    path: &'static str,
+    gap: Duration,
+    stop: Arc<AtomicBool>,
+) -> StreamCount {
+    let mut count = StreamCount::default();
+    while !stop.load(Ordering::Relaxed) {
+        count.sent += 1;
+        let answered = match HttpConnection::connect(port).await {
+            Ok(mut connection) => matches!(connection.get(path).await, Ok(200)),
+            Err(_) => false,
+        };
+        if !answered {
+            count.lost += 1;
+        }
+        tokio::time::sleep(gap).await;
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_report_is_parsed() {
+        let report = "Running 2s test @ http://127.0.0.1:1/x\n  2 threads and 16 connections\n\
+            \x20 Latency Distribution\n     50%  410.00us\n     75%  600.00us\n     90%    1.10ms\n\
+            \x20    99%    2.50ms\n  12000 requests in 2.00s, 1.00MB read\n\
+            \x20 Socket errors: connect 0, read 1, write 0, timeout 2\n\
+            \x20 Non-2xx or 3xx responses: 4\nRequests/sec:   6000.50\n";
+        let result = parse_wrk("r", 16, report).expect("parses");
+        assert_eq!(result.requests, 12000);
+        assert_eq!(result.errors, 7);
+        assert_eq!(result.p50_us, 410.0);
+        assert_eq!(result.p99_us, 2500.0);
+        assert_eq!(result.per_second, 6000.5);
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(percentile(&samples, 0.5), Duration::from_micros(50));
+        assert_eq!(percentile(&samples, 0.99), Duration::from_micros(99));
+        assert_eq!(percentile(&samples[..1], 0.99), Duration::from_micros(1));
+    }
+
+    #[test]
+    fn requests_are_shared_without_loss() {
+        let shares: Vec<usize> = (0..16).map(|i| share(100, 16, i)).collect();
+        assert_eq!(shares.iter().sum::<usize>(), 100);
+        assert_eq!(shares[0], 7);
+        assert_eq!(shares[15], 6);
+    }
+}
