@@ -35,7 +35,7 @@ impl Kbc {
     /// A short description for `STATUS=` and logs.
     pub fn describe(&self) -> String {
         match self {
-            Self::OfflineFs(store) => format!("offline_fs_kbc with {} resources", store.len()),
+            Self::OfflineFs(store) => format!("offline_fs_kbc, resources: {}", store.len()),
             Self::Cc(cc) => format!("cc_kbc with KBS {}", cc.url),
         }
     }

@@ -238,7 +238,7 @@ async fn offline_fs_kbc_serves_resources_and_sealed_secrets() {
         &args,
         &[("OFFLINE_FS_KBC_EXTRA_FILE_PATH", &extra)],
     );
-    assert!(ready.contains("offline_fs_kbc with 4 resources"), "{ready}");
+    assert!(ready.contains("offline_fs_kbc, resources: 4"), "{ready}");
     assert!(ready.contains("cdh.toml"), "{ready}");
 
     let client = cdh.client().await;
@@ -329,7 +329,7 @@ async fn offline_fs_kbc_serves_resources_and_sealed_secrets() {
     cdh.wait_for("RELOADING=1");
     let reloaded = cdh.wait_for("READY=1");
     assert!(
-        reloaded.contains("offline_fs_kbc with 5 resources"),
+        reloaded.contains("offline_fs_kbc, resources: 5"),
         "{reloaded}"
     );
     assert_eq!(

@@ -4,11 +4,15 @@ use std::ffi::OsStr;
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; a non-empty `RUST_LOG` overrides `default_level` (`"info"`).
+///
+/// `RUST_LOG` is a level or a list of `target=level` directives; span, field and regex
+/// directives are not understood (the filter that parses them links in a regex engine, and
+/// these services have no spans worth filtering on).
 ///
 /// Under systemd, when `JOURNAL_STREAM` names our stderr, events go to journald with their
 /// fields intact and without timestamps of our own; elsewhere they go to stderr as text. A
@@ -18,10 +22,10 @@ pub fn init(default_level: &str) {
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty());
-    let (filter, rejected) = match rust_log.as_deref().map(EnvFilter::try_new) {
+    let (filter, rejected) = match rust_log.as_deref().map(str::parse::<Targets>) {
         Some(Ok(filter)) => (filter, None),
-        Some(Err(err)) => (EnvFilter::new(default_level), Some(err)),
-        None => (EnvFilter::new(default_level), None),
+        Some(Err(err)) => (default_filter(default_level), Some(err)),
+        None => (default_filter(default_level), None),
     };
 
     let (journal, unreachable) = match stderr_is_journal().then(tracing_journald::layer) {
@@ -53,6 +57,12 @@ pub fn init(default_level: &str) {
     if let Some(err) = rejected {
         tracing::warn!("ignoring RUST_LOG, using level {default_level}: {err}");
     }
+}
+
+/// Every target at `level`, or at `info` when `level` is not a level.
+fn default_filter(level: &str) -> Targets {
+    let level = level.parse().unwrap_or(LevelFilter::INFO);
+    Targets::new().with_default(level)
 }
 
 /// Whether `JOURNAL_STREAM` says stderr is connected to the journal.
@@ -104,6 +114,20 @@ mod tests {
         assert!(!names_fd(OsStr::new(&other), file.as_fd()));
         assert!(!names_fd(OsStr::new("8"), file.as_fd()));
         assert!(!names_fd(OsStr::new("x:1"), file.as_fd()));
+    }
+
+    #[test]
+    fn default_filter_takes_a_level_and_falls_back_to_info() {
+        use tracing::Level;
+        let debug = default_filter("debug");
+        assert!(debug.would_enable("confidential_data_hub", &Level::DEBUG));
+        assert!(!debug.would_enable("confidential_data_hub", &Level::TRACE));
+
+        assert!(!default_filter("off").would_enable("api_server_rest", &Level::ERROR));
+
+        let fallback = default_filter("loud");
+        assert!(fallback.would_enable("attestation_agent", &Level::INFO));
+        assert!(!fallback.would_enable("attestation_agent", &Level::DEBUG));
     }
 
     #[test]

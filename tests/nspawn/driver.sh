@@ -164,7 +164,7 @@ check_first_resource() {
 
 # `make podvm`: what a newcomer looks at first.
 show_demo() {
-    local unit body
+    local unit
     {
         echo "== process tree"
         cat /results/tree
@@ -174,8 +174,7 @@ show_demo() {
             printf '%-32s %s (%s)\n' "$unit.service" "$(systemctl is-active "$unit.service")" "$(show "$unit.service" StatusText)"
         done
         echo "== ip netns exec podns curl $resource_url"
-        body=$(in_podns curl -s --max-time 10 "$resource_url" | od -An -tx1 -w48 | head -n 1)
-        echo "$body"
+        in_podns curl -s --max-time 10 "$resource_url"
     } >/results/demo
 }
 
@@ -358,7 +357,7 @@ main() {
         check_bad_config
         ;;
     esac
-    journalctl -b --no-pager >/results/journal 2>&1
+    journalctl -b --no-pager -o short-monotonic >/results/journal 2>&1
     echo done >>"$report"
     systemctl poweroff
 }

@@ -126,6 +126,7 @@ impl Scenario {
 }
 
 /// Where the podvm's resources come from.
+#[derive(Clone, Copy)]
 enum Kbc<'a> {
     /// The test KBS on loopback, named by user data (`cc_kbc`); the extra
     /// `write_files` entries go into the same user data.
@@ -179,7 +180,11 @@ impl Podvm {
             .arg(&root)
             .args(["/usr/local", layout_name]));
 
-        let resource: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        let resource: Vec<u8> = match kbc {
+            // Every byte value a KBS may hold, not only text.
+            Kbc::TestKbs { .. } => (0..48u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect(),
+            Kbc::Embedded => b"hello from the offline KBC of the podvm\n".to_vec(),
+        };
         let podvm = Podvm { dir, resource };
         match kbc {
             Kbc::TestKbs { extra_user_files } => {
