@@ -46,6 +46,11 @@ accept_usec() {
         sed -n 's/^ *F_MONOTONIC_USEC=\([0-9]*\)$/\1/p' | head -n 1
 }
 
+# When this container's systemd started (CLOCK_MONOTONIC, us): the podvm's boot.
+boot_usec() {
+    systemctl show -p UserspaceTimestampMonotonic --value
+}
+
 parent_pid() {
     sed 's/.*) [A-Z] \([0-9]*\) .*/\1/' "/proc/$1/stat"
 }
@@ -94,7 +99,7 @@ check_boot_order() {
     else
         check aa-after-user-data fail "process-user-data exited at $pud_exit us, AA started at $aa_start us"
     fi
-    figure boot-to-user-data-done "$pud_exit" us
+    figure boot-to-user-data-done "$(((pud_exit - $(boot_usec)) / 1000))" ms
 }
 
 check_readiness() {
@@ -107,7 +112,7 @@ check_readiness() {
         else
             check "ready-after-accept-$unit" fail "accepting at '${accepted}' us, active at $active us"
         fi
-        figure "boot-to-ready-$unit" "$active" us
+        figure "boot-to-ready-$unit" "$(((active - $(boot_usec)) / 1000))" ms
     done
 }
 
