@@ -2,15 +2,17 @@
 //! handed to the router, and a graceful stop that lets in-flight requests finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -20,6 +22,9 @@ use crate::config::Limits;
 
 /// Most header lines a request may carry.
 const MAX_HEADERS: usize = 100;
+
+/// How long a connection accepted before a stop may take to send its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -62,7 +67,9 @@ async fn accept_loop(
     http: http1::Builder,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let connections = GracefulShutdown::new();
+    // Every connection task holds a sender: when the last one is dropped, all have ended.
+    let (alive, mut all_ended) = mpsc::channel::<()>(1);
+    let (stopping, stop_seen) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -76,22 +83,73 @@ async fn accept_loop(
             _ = &mut stopped => break,
         };
 
+        let first_request = Arc::new(watch::Sender::new(false));
         let app = app.clone();
+        let started = Arc::clone(&first_request);
         let service =
             tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                started.send_replace(true);
                 request.extensions_mut().insert(PeerAddr(peer));
                 app.clone().oneshot(request)
             });
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                debug!(%peer, "connection ended with an error: {err}");
-            }
-        });
+        tokio::spawn(serve_until_stopped(
+            connection,
+            peer,
+            first_request.subscribe(),
+            stop_seen.clone(),
+            alive.clone(),
+        ));
     }
 
+    // The listener stays open in systemd (or whoever passed it), queueing clients for the next
+    // process; this one only lets go of its copy.
     drop(listener);
-    connections.shutdown().await;
+    stopping.send_replace(true);
+    drop(alive);
+    all_ended.recv().await;
+}
+
+/// Serves one connection until it ends or the server stops. On a stop, a connection that has
+/// not yet sent its first request gets [`FIRST_REQUEST_GRACE`] to send it: its client connected
+/// before the stop and gets an answer, not a closed connection. Then keep-alive ends, and the
+/// request in flight, if any, finishes.
+async fn serve_until_stopped<C>(
+    connection: C,
+    peer: SocketAddr,
+    mut first_request: watch::Receiver<bool>,
+    mut stopping: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            let answered_or_waited = async {
+                let _ = tokio::time::timeout(
+                    FIRST_REQUEST_GRACE,
+                    first_request.wait_for(|started| *started),
+                )
+                .await;
+            };
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = answered_or_waited => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+    };
+    if let Err(err) = result {
+        debug!(%peer, "connection ended with an error: {err}");
+    }
 }

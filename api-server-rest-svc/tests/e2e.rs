@@ -409,6 +409,29 @@ async fn readiness_and_stop_are_reported_to_systemd() {
 }
 
 #[tokio::test]
+async fn a_connection_accepted_before_sigterm_still_gets_its_answer() {
+    let sockets = Sockets::new();
+    let asr = start_asr(&sockets, &[], &[]).await;
+    let mut stream = TcpStream::connect(("127.0.0.1", asr.port)).await.unwrap();
+    // Long enough for the server to accept, well inside its grace for a first request.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    kill(Pid::from_raw(asr.child.id() as i32), Signal::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream
+        .write_all(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "the request was dropped: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+#[tokio::test]
 async fn socket_activated_listener_is_used_instead_of_binding() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;

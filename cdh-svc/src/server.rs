@@ -69,6 +69,9 @@ pub async fn serve(cli: Cli, config: Config, mut inherited: InheritedListeners) 
         let _ = stop.send(());
         drain(task, DRAIN_BOUND).await;
     }
+    // Limitation: the ttrpc crate closes every open connection on shutdown, also one accepted
+    // just before whose first request is still on its way; that client sees the connection
+    // close and must retry (the REST server does). Keeping it needs a change in the crate.
     drain(ttrpc_server.shutdown(), DRAIN_BOUND).await;
     tracing::info!("stopped");
     Ok(())

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::wire::api::{GetResourceRequest, GetResourceServiceClient};
 use common::wire::attestation_agent::{AttestationAgentServiceClient, GetEvidenceRequest};
+use prost::Message as _;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::frames::FrameConnection;
 use crate::http::HttpConnection;
 use crate::service::{connect, context, Address, RESOURCE_URI};
 
@@ -48,6 +50,71 @@ pub enum TtrpcCall {
     Evidence,
     /// `GetResourceService.GetResource` of [`RESOURCE_URI`].
     Resource,
+}
+
+impl TtrpcCall {
+    /// The service, the method and the encoded request message of the call.
+    fn frame(self) -> (&'static str, &'static str, Vec<u8>) {
+        match self {
+            TtrpcCall::Evidence => (
+                "attestation_agent.AttestationAgentService",
+                "GetEvidence",
+                GetEvidenceRequest {
+                    runtime_data: b"bench".to_vec(),
+                }
+                .encode_to_vec(),
+            ),
+            TtrpcCall::Resource => (
+                "api.GetResourceService",
+                "GetResource",
+                GetResourceRequest {
+                    resource_path: RESOURCE_URI.to_owned(),
+                }
+                .encode_to_vec(),
+            ),
+        }
+    }
+}
+
+/// As [`ttrpc_load`], but each connection is the bench's own [`FrameConnection`].
+pub async fn frame_load(
+    name: &str,
+    address: &Address,
+    call: TtrpcCall,
+    connections: usize,
+    requests: usize,
+) -> Result<LoadResult> {
+    let Address::Unix(path) = address else {
+        bail!("{name}: ttrpc needs a unix socket, not {}", address.uri());
+    };
+    let mut streams = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        streams.push(FrameConnection::connect(path).await?);
+    }
+    let (service, method, payload) = call.frame();
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (index, mut stream) in streams.into_iter().enumerate() {
+        let count = share(requests, connections, index);
+        let payload = payload.clone();
+        let path = path.clone();
+        tasks.spawn(async move {
+            let mut samples = Samples::default();
+            for _ in 0..count {
+                let sent = Instant::now();
+                match stream.call(service, method, &payload).await {
+                    Ok(_) => samples.latencies.push(sent.elapsed()),
+                    Err(_) => {
+                        // The frames may be out of step now: start over on a new connection.
+                        samples.errors += 1;
+                        stream = FrameConnection::connect(&path).await?;
+                    }
+                }
+            }
+            Ok(samples)
+        });
+    }
+    summarize(name, connections, started, tasks).await
 }
 
 /// Sends `requests` calls over `connections` ttrpc connections, each connection in a closed loop.

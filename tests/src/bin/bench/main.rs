@@ -3,6 +3,7 @@
 //! test KBS, and requests lost across restarts. It prints one table and writes the same as JSON.
 //! It never judges a figure; the README states the targets.
 
+mod frames;
 mod http;
 mod kbs;
 mod load;
@@ -21,7 +22,7 @@ use common::wire::api::{GetResourceRequest, GetResourceServiceClient};
 use tokio::net::UnixDatagram;
 
 use crate::kbs::KbsThread;
-use crate::load::{rest_load, steady_stream, ttrpc_load, wrk, TtrpcCall};
+use crate::load::{frame_load, rest_load, steady_stream, ttrpc_load, wrk, TtrpcCall};
 use crate::report::{millis, BinarySize, KbsRoundTrips, MemoryRow, Report, RestartRow, Startup};
 use crate::service::{
     connect, context, free_port, wait_ready, Kind, Launch, Running, Workspace, EVIDENCE_ROUTE,
@@ -248,6 +249,16 @@ async fn offline_load(
             report
                 .load
                 .push(ttrpc_load(name, address, call, connections, requests).await?);
+            report.load.push(
+                frame_load(
+                    &format!("{name}, own frames"),
+                    address,
+                    call,
+                    connections,
+                    requests,
+                )
+                .await?,
+            );
         }
     }
     for connections in [1, PARALLEL] {
