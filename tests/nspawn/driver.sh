@@ -51,6 +51,12 @@ boot_usec() {
     systemctl show -p UserspaceTimestampMonotonic --value
 }
 
+# When unit $1's own process first reached the journal (CLOCK_MONOTONIC, us).
+first_log_usec() {
+    journalctl -b "_SYSTEMD_UNIT=$1" -o export --no-pager 2>/dev/null |
+        sed -n 's/^__MONOTONIC_TIMESTAMP=\([0-9]*\)$/\1/p' | head -n 1
+}
+
 parent_pid() {
     sed 's/.*) [A-Z] \([0-9]*\) .*/\1/' "/proc/$1/stat"
 }
@@ -103,7 +109,7 @@ check_boot_order() {
 }
 
 check_readiness() {
-    local unit accepted active
+    local unit accepted active forked logged
     for unit in "${services[@]}"; do
         accepted=$(accept_usec "$unit.service")
         active=$(show "$unit.service" ActiveEnterTimestampMonotonic)
@@ -113,6 +119,11 @@ check_readiness() {
             check "ready-after-accept-$unit" fail "accepting at '${accepted}' us, active at $active us"
         fi
         figure "boot-to-ready-$unit" "$(((active - $(boot_usec)) / 1000))" ms
+        # From systemd's fork to the service's first log line: the sandbox set-up and exec,
+        # before any of our code runs.
+        forked=$(show "$unit.service" ExecMainStartTimestampMonotonic)
+        logged=$(first_log_usec "$unit.service")
+        figure "fork-to-first-log-$unit" "$(((${logged:-0} - forked) / 1000))" ms
     done
 }
 

@@ -67,8 +67,9 @@ fn bench_runs_with_a_tiny_load() {
     let load = report["load"].as_array().unwrap();
     assert_eq!(
         load.len(),
-        14,
-        "ttrpc offline 4, the same with the bench's own frames 4, REST 4, ttrpc via KBS 2"
+        15,
+        "the socket floor, ttrpc offline 4, the same with the bench's own frames 4, REST 4, \
+         ttrpc via KBS 2"
     );
     for run in load {
         assert_eq!(run["errors"], 0, "{run}");

@@ -2,6 +2,9 @@
 //! latency percentiles and throughput they give; `wrk` runs and their parsed output.
 
 use std::future::Future;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,45 +79,13 @@ impl TtrpcCall {
     }
 }
 
-/// As [`ttrpc_load`], but each connection is the bench's own [`FrameConnection`].
-pub async fn frame_load(
-    name: &str,
-    address: &Address,
-    call: TtrpcCall,
-    connections: usize,
-    requests: usize,
-) -> Result<LoadResult> {
-    let Address::Unix(path) = address else {
-        bail!("{name}: ttrpc needs a unix socket, not {}", address.uri());
-    };
-    let mut streams = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        streams.push(FrameConnection::connect(path).await?);
-    }
-    let (service, method, payload) = call.frame();
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for (index, mut stream) in streams.into_iter().enumerate() {
-        let count = share(requests, connections, index);
-        let payload = payload.clone();
-        let path = path.clone();
-        tasks.spawn(async move {
-            let mut samples = Samples::default();
-            for _ in 0..count {
-                let sent = Instant::now();
-                match stream.call(service, method, &payload).await {
-                    Ok(_) => samples.latencies.push(sent.elapsed()),
-                    Err(_) => {
-                        // The frames may be out of step now: start over on a new connection.
-                        samples.errors += 1;
-                        stream = FrameConnection::connect(&path).await?;
-                    }
-                }
-            }
-            Ok(samples)
-        });
-    }
-    summarize(name, connections, started, tasks).await
+/// Which client a ttrpc load run speaks through.
+#[derive(Debug, Clone, Copy)]
+pub enum TtrpcClient {
+    /// The ttrpc crate's async client, as the services' Rust callers use it.
+    Crate,
+    /// The bench's own [`FrameConnection`]: the service's cost per call, little of the client's.
+    Frames,
 }
 
 /// Sends `requests` calls over `connections` ttrpc connections, each connection in a closed loop.
@@ -122,37 +93,100 @@ pub async fn ttrpc_load(
     name: &str,
     address: &Address,
     call: TtrpcCall,
+    client: TtrpcClient,
     connections: usize,
     requests: usize,
 ) -> Result<LoadResult> {
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(connect(address).await?);
+    match client {
+        TtrpcClient::Crate => {
+            let mut clients = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                clients.push(connect(address).await?);
+            }
+            closed_loops(name, requests, clients, move |client, count| {
+                crate_client_loop(client, call, count)
+            })
+            .await
+        }
+        TtrpcClient::Frames => {
+            let Address::Unix(path) = address else {
+                bail!("{name}: ttrpc needs a unix socket, not {}", address.uri());
+            };
+            let mut streams = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                streams.push(FrameConnection::connect(path).await?);
+            }
+            closed_loops(name, requests, streams, |stream, count| {
+                frames_loop(stream, path.clone(), call, count)
+            })
+            .await
+        }
     }
+}
+
+async fn crate_client_loop(
+    client: ttrpc::r#async::Client,
+    call: TtrpcCall,
+    count: usize,
+) -> Result<Samples> {
+    match call {
+        TtrpcCall::Evidence => {
+            let client = AttestationAgentServiceClient::new(client);
+            let request = GetEvidenceRequest {
+                runtime_data: b"bench".to_vec(),
+            };
+            timed(count, || client.get_evidence(context(), &request)).await
+        }
+        TtrpcCall::Resource => {
+            let client = GetResourceServiceClient::new(client);
+            let request = GetResourceRequest {
+                resource_path: RESOURCE_URI.to_owned(),
+            };
+            timed(count, || client.get_resource(context(), &request)).await
+        }
+    }
+}
+
+async fn frames_loop(
+    mut stream: FrameConnection,
+    path: PathBuf,
+    call: TtrpcCall,
+    count: usize,
+) -> Result<Samples> {
+    let (service, method, payload) = call.frame();
+    let mut samples = Samples::default();
+    for _ in 0..count {
+        let sent = Instant::now();
+        match stream.call(service, method, &payload).await {
+            Ok(_) => samples.latencies.push(sent.elapsed()),
+            Err(_) => {
+                // The frames may be out of step now: start over on a new connection.
+                samples.errors += 1;
+                stream = FrameConnection::connect(&path).await?;
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// Runs `run` on every connection at once, each with its share of `requests`, and sums up.
+async fn closed_loops<C, F, Fut>(
+    name: &str,
+    requests: usize,
+    connections: Vec<C>,
+    run: F,
+) -> Result<LoadResult>
+where
+    F: Fn(C, usize) -> Fut,
+    Fut: Future<Output = Result<Samples>> + Send + 'static,
+{
+    let count = connections.len();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    for (index, client) in clients.into_iter().enumerate() {
-        let count = share(requests, connections, index);
-        tasks.spawn(async move {
-            match call {
-                TtrpcCall::Evidence => {
-                    let client = AttestationAgentServiceClient::new(client);
-                    let request = GetEvidenceRequest {
-                        runtime_data: b"bench".to_vec(),
-                    };
-                    timed(count, || client.get_evidence(context(), &request)).await
-                }
-                TtrpcCall::Resource => {
-                    let client = GetResourceServiceClient::new(client);
-                    let request = GetResourceRequest {
-                        resource_path: RESOURCE_URI.to_owned(),
-                    };
-                    timed(count, || client.get_resource(context(), &request)).await
-                }
-            }
-        });
+    for (index, connection) in connections.into_iter().enumerate() {
+        tasks.spawn(run(connection, share(requests, count, index)));
     }
-    summarize(name, connections, started, tasks).await
+    summarize(name, count, started, tasks).await
 }
 
 /// Sends `requests` GETs of `path` over `connections` keep-alive connections; only 200 counts
@@ -168,11 +202,11 @@ pub async fn rest_load(
     for _ in 0..connections {
         streams.push(HttpConnection::connect(port).await?);
     }
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for (index, mut stream) in streams.into_iter().enumerate() {
-        let count = share(requests, connections, index);
-        tasks.spawn(async move {
+    closed_loops(
+        name,
+        requests,
+        streams,
+        move |mut stream, count| async move {
             let mut samples = Samples::default();
             for _ in 0..count {
                 if !stream.is_open() {
@@ -189,9 +223,9 @@ pub async fn rest_load(
                 }
             }
             Ok(samples)
-        });
-    }
-    summarize(name, connections, started, tasks).await
+        },
+    )
+    .await
 }
 
 /// The part of `total` that connection `index` of `connections` sends.
@@ -223,28 +257,67 @@ async fn summarize(
     started: Instant,
     mut tasks: JoinSet<Result<Samples>>,
 ) -> Result<LoadResult> {
-    let mut latencies = Vec::new();
-    let mut errors = 0;
+    let mut all = Samples::default();
     while let Some(joined) = tasks.join_next().await {
         let samples = joined.context("a load connection panicked")??;
-        latencies.extend(samples.latencies);
-        errors += samples.errors;
+        all.latencies.extend(samples.latencies);
+        all.errors += samples.errors;
+    }
+    all.into_result(name, connections, started.elapsed())
+}
+
+impl Samples {
+    /// The percentiles and throughput of a run that took `elapsed`.
+    fn into_result(
+        mut self,
+        name: &str,
+        connections: usize,
+        elapsed: Duration,
+    ) -> Result<LoadResult> {
+        if self.latencies.is_empty() {
+            bail!("{name}: every one of {} requests failed", self.errors);
+        }
+        self.latencies.sort_unstable();
+        let requests = self.latencies.len() as u64 + self.errors;
+        Ok(LoadResult {
+            name: name.to_owned(),
+            connections,
+            requests,
+            errors: self.errors,
+            p50_us: micros(percentile(&self.latencies, 0.50)),
+            p99_us: micros(percentile(&self.latencies, 0.99)),
+            per_second: requests as f64 / elapsed.as_secs_f64(),
+        })
+    }
+}
+
+/// The machine's floor for one round trip: 64 bytes each way over a unix socket pair between
+/// two blocking threads, with no runtime and no protocol. On an idle VM most of it is the wake-up
+/// of a sleeping vCPU, which every ttrpc and REST figure pays too.
+pub fn socket_floor(requests: usize) -> Result<LoadResult> {
+    let (mut near, mut far) = UnixStream::pair().context("failed to make a socket pair")?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut message = [0u8; 64];
+        for _ in 0..requests {
+            far.read_exact(&mut message)?;
+            far.write_all(&message)?;
+        }
+        Ok(())
+    });
+    let mut samples = Samples::default();
+    let mut message = [0u8; 64];
+    let started = Instant::now();
+    for _ in 0..requests {
+        let sent = Instant::now();
+        near.write_all(&message)?;
+        near.read_exact(&mut message)?;
+        samples.latencies.push(sent.elapsed());
     }
     let elapsed = started.elapsed();
-    if latencies.is_empty() {
-        bail!("{name}: every one of {errors} requests failed");
-    }
-    latencies.sort_unstable();
-    let requests = latencies.len() as u64 + errors;
-    Ok(LoadResult {
-        name: name.to_owned(),
-        connections,
-        requests,
-        errors,
-        p50_us: micros(percentile(&latencies, 0.50)),
-        p99_us: micros(percentile(&latencies, 0.99)),
-        per_second: requests as f64 / elapsed.as_secs_f64(),
-    })
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))?
+        .context("the echo thread failed")?;
+    samples.into_result("floor: unix socket round trip, 2 threads", 1, elapsed)
 }
 
 /// Nearest-rank percentile of sorted, non-empty samples.

@@ -22,7 +22,7 @@ use common::wire::api::{GetResourceRequest, GetResourceServiceClient};
 use tokio::net::UnixDatagram;
 
 use crate::kbs::KbsThread;
-use crate::load::{frame_load, rest_load, steady_stream, ttrpc_load, wrk, TtrpcCall};
+use crate::load::{rest_load, steady_stream, ttrpc_load, wrk, TtrpcCall, TtrpcClient};
 use crate::report::{millis, BinarySize, KbsRoundTrips, MemoryRow, Report, RestartRow, Startup};
 use crate::service::{
     connect, context, free_port, wait_ready, Kind, Launch, Running, Workspace, EVIDENCE_ROUTE,
@@ -232,6 +232,7 @@ async fn offline_load(
     wrk_seconds: u64,
     report: &mut Report,
 ) -> Result<()> {
+    report.load.push(load::socket_floor(requests)?);
     for connections in [1, PARALLEL] {
         let runs = [
             (
@@ -246,14 +247,23 @@ async fn offline_load(
             ),
         ];
         for (name, address, call) in runs {
-            report
-                .load
-                .push(ttrpc_load(name, address, call, connections, requests).await?);
             report.load.push(
-                frame_load(
+                ttrpc_load(
+                    name,
+                    address,
+                    call,
+                    TtrpcClient::Crate,
+                    connections,
+                    requests,
+                )
+                .await?,
+            );
+            report.load.push(
+                ttrpc_load(
                     &format!("{name}, own frames"),
                     address,
                     call,
+                    TtrpcClient::Frames,
                     connections,
                     requests,
                 )
@@ -336,6 +346,7 @@ async fn kbs_load(
                 "ttrpc CDH GetResource via KBS (warm)",
                 cdh.address(),
                 TtrpcCall::Resource,
+                TtrpcClient::Crate,
                 connections,
                 kbs_requests,
             )
