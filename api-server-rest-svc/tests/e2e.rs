@@ -413,8 +413,8 @@ async fn a_connection_accepted_before_sigterm_still_gets_its_answer() {
     let sockets = Sockets::new();
     let asr = start_asr(&sockets, &[], &[]).await;
     let mut stream = TcpStream::connect(("127.0.0.1", asr.port)).await.unwrap();
-    // Long enough for the server to accept, well inside its grace for a first request.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Long enough for the server to accept; its grace for a first request only starts at the stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     kill(Pid::from_raw(asr.child.id() as i32), Signal::SIGTERM).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
