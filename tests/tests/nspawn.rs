@@ -31,7 +31,7 @@ fn workspace() -> PathBuf {
 fn bin_dir() -> PathBuf {
     std::env::var_os("STACK_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/release"))
+        .unwrap_or_else(|| workspace().join("target/stack"))
 }
 
 /// Why the suite cannot run here, if it cannot.
@@ -172,7 +172,7 @@ impl Podvm {
         let bins = bin_dir();
         assert!(
             bins.join("attestation-agent").exists() && bins.join("test-kbs").exists(),
-            "no release binaries in {}: run `cargo build --release --workspace --bins` first",
+            "no release binaries in {}: run `make release` first",
             bins.display()
         );
         run(Command::new(workspace().join("scripts/install.sh"))

@@ -90,7 +90,8 @@ pub struct Binaries {
 impl Binaries {
     /// `AA_BIN`, `CDH_BIN` and `ASR_BIN`, each defaulting to this workspace's release build.
     pub fn from_env() -> Result<Self> {
-        let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+        // What `make release` gathers: the binaries an image ships.
+        let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/stack");
         let paths = Kind::ALL.map(|kind| match std::env::var_os(kind.env_var()) {
             Some(path) => PathBuf::from(path),
             None => release.join(kind.name()),
@@ -98,7 +99,7 @@ impl Binaries {
         for (kind, path) in Kind::ALL.iter().zip(&paths) {
             if !path.is_file() {
                 bail!(
-                    "{} binary {} (from {}) does not exist: build it or set {}",
+                    "{} binary {} (from {}) does not exist: run `make release` or set {}",
                     kind.name(),
                     path.display(),
                     std::env::var_os(kind.env_var()).map_or("the default", |_| kind.env_var()),
