@@ -17,14 +17,13 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use common::service::FIRST_REQUEST_GRACE;
+
 use crate::app::PeerAddr;
 use crate::config::Limits;
 
 /// Most header lines a request may carry.
 const MAX_HEADERS: usize = 100;
-
-/// How long a connection accepted before a stop may take to send its first request.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -133,7 +132,7 @@ async fn serve_until_stopped<C>(
     let result = match ended {
         Some(result) => result,
         None => {
-            let answered_or_waited = async {
+            let first_request_or_grace = async {
                 let _ = tokio::time::timeout(
                     FIRST_REQUEST_GRACE,
                     first_request.wait_for(|started| *started),
@@ -142,7 +141,7 @@ async fn serve_until_stopped<C>(
             };
             tokio::select! {
                 result = connection.as_mut() => result,
-                () = answered_or_waited => {
+                () = first_request_or_grace => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }

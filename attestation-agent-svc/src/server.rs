@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::kbc_params::KbcParamsResolver;
-use common::service::{acquire_listener, drain, Endpoint, Lifecycle, ServiceListener};
+use common::service::{acquire_listener, drain, stop_ttrpc, Endpoint, Lifecycle, ServiceListener};
 use common::systemd::InheritedListeners;
 
 use crate::agent::AttestationAgent;
@@ -78,14 +78,9 @@ async fn serve(
         .run_until_terminated(|| reload(agent.clone(), inputs.clone()))
         .await;
 
-    // Limitation: the ttrpc crate closes every open connection on shutdown, also one accepted
-    // just before whose first request is still on its way; that client sees the connection
-    // close and must retry (the REST server does). Keeping it needs a change in the crate.
     drain(
         async {
-            if let Err(err) = ttrpc_server.shutdown().await {
-                tracing::warn!(error = %err, "ttrpc server did not shut down cleanly");
-            }
+            stop_ttrpc(&mut ttrpc_server).await;
             #[cfg(feature = "grpc")]
             if let Some(server) = grpc_server {
                 server.shutdown().await;

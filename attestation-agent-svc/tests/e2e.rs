@@ -388,6 +388,28 @@ async fn token_errors_name_their_cause_and_the_agent_keeps_serving() {
     assert_eq!(tee.tee, "sample");
 }
 
+#[tokio::test]
+async fn a_client_that_connected_before_sigterm_still_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("aa.sock");
+    let (command, stderr) = sample_agent_command(dir.path(), &socket);
+    let mut agent = spawn(command, stderr);
+    let client = connect(&mut agent, &socket).await;
+    // Long enough for the agent to accept; its grace for a first call only starts at the stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    agent.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tee = client.get_tee_type(ctx(), &GetTeeTypeRequest {}).await;
+    assert_eq!(
+        tee.map(|answer| answer.tee).ok().as_deref(),
+        Some("sample"),
+        "the call was dropped:\n{}",
+        agent.stderr()
+    );
+    assert!(agent.wait().await.success());
+}
+
 /// Receives notify messages until one contains `wanted`, returning it.
 async fn notified(socket: &tokio::net::UnixDatagram, wanted: &str, agent: &Agent) -> String {
     let mut buffer = vec![0; 4096];

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use common::service::{acquire_listener, drain, Endpoint, Lifecycle, ServiceListener};
+use common::service::{acquire_listener, drain, stop_ttrpc, Endpoint, Lifecycle, ServiceListener};
 use common::systemd::InheritedListeners;
 use ttrpc::r#async::transport::Listener;
 
@@ -69,10 +69,7 @@ pub async fn serve(cli: Cli, config: Config, mut inherited: InheritedListeners) 
         let _ = stop.send(());
         drain(task, DRAIN_BOUND).await;
     }
-    // Limitation: the ttrpc crate closes every open connection on shutdown, also one accepted
-    // just before whose first request is still on its way; that client sees the connection
-    // close and must retry (the REST server does). Keeping it needs a change in the crate.
-    drain(ttrpc_server.shutdown(), DRAIN_BOUND).await;
+    drain(stop_ttrpc(&mut ttrpc_server), DRAIN_BOUND).await;
     tracing::info!("stopped");
     Ok(())
 }

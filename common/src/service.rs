@@ -581,6 +581,22 @@ pub fn report_failure(err: &anyhow::Error) {
     }
 }
 
+/// How long a client that connected just before a stop has to send its first request. Its
+/// connection was accepted, so closing it unanswered would lose the request; meanwhile the
+/// listening socket, held by systemd, queues newcomers for the next process.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
+
+/// Stops a ttrpc server without losing a call that raced the stop: no more accepts, then
+/// [`FIRST_REQUEST_GRACE`] for the calls of clients that had just connected, then each
+/// connection closes once its calls are answered.
+pub async fn stop_ttrpc(server: &mut ttrpc::r#async::Server) {
+    server.stop_listen().await;
+    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+    if let Err(err) = server.shutdown().await {
+        tracing::warn!(error = %err, "ttrpc server did not shut down cleanly");
+    }
+}
+
 /// Runs `fut` (the in-flight work) for at most `bound`; true if it finished in time.
 pub async fn drain<F: Future>(fut: F, bound: Duration) -> bool {
     match tokio::time::timeout(bound, fut).await {
