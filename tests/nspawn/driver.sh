@@ -123,7 +123,11 @@ check_readiness() {
         # before any of our code runs.
         forked=$(show "$unit.service" ExecMainStartTimestampMonotonic)
         logged=$(first_log_usec "$unit.service")
-        figure "fork-to-first-log-$unit" "$(((${logged:-0} - forked) / 1000))" ms
+        if [ -n "$logged" ]; then
+            figure "fork-to-first-log-$unit" "$(((logged - forked) / 1000))" ms
+        else
+            figure "fork-to-first-log-$unit" unknown ""
+        fi
     done
 }
 
