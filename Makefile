@@ -14,6 +14,7 @@ STACK_DIR := target/stack
 # host names through NSS and stay dynamic.
 HOST_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
+DYNAMIC_BINARIES := attestation-agent confidential-data-hub process-user-data test-kbs bench
 
 # Debian packages the build and the tests need: protoc for the ttrpc code
 # generators; systemd-nspawn, debootstrap and systemctl for the podvm boot
@@ -36,10 +37,13 @@ bench-deps:
 build: deps
 	$(CARGO) build --workspace --all-targets
 
+# The dynamic REST server is not built here: only the static one ships.
 release: deps
-	$(CARGO) build --workspace --release --bins
+	$(CARGO) build --workspace --exclude api-server-rest-svc --release --bins
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build --release -p api-server-rest-svc --bin api-server-rest --target $(HOST_TRIPLE)
-	scripts/gather-stack.sh target/release target/$(HOST_TRIPLE)/release $(STACK_DIR)
+	install -d $(STACK_DIR)
+	install -m 0755 $(addprefix target/release/,$(DYNAMIC_BINARIES)) $(STACK_DIR)/
+	install -m 0755 target/$(HOST_TRIPLE)/release/api-server-rest $(STACK_DIR)/
 
 run: release
 	@scripts/run.sh $(STACK_DIR)
@@ -47,7 +51,7 @@ run: release
 # Boots a podvm container (root) with the embedded default and shows its process tree, unit
 # states and one REST call, then powers it off.
 podvm: release
-	$(CARGO) test -p stack-tests --test nspawn -- --ignored --nocapture podvm_demo
+	$(CARGO) test -p stack-tests --test nspawn -- --nocapture embedded_default_podvm
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -30,7 +30,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// A running server; [`Server::stop`] ends accepting and waits for open connections.
 pub struct Server {
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -43,15 +43,15 @@ impl Server {
             .timer(TokioTimer::new())
             // A client that never finishes its request head would otherwise hold a slot.
             .header_read_timeout(limits.request_timeout);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, app, http, stopped));
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, app, http, stopping));
         Self { stop, task }
     }
 
     /// Stops accepting; the returned future ends when every connection has closed.
     pub fn stop(self) -> impl Future<Output = ()> {
-        // The loop may already have ended; then there is nothing to tell it.
-        let _ = self.stop.send(());
+        // The loop and its connections watch this; it reaches them even if they already ended.
+        self.stop.send_replace(true);
         async move {
             if let Err(err) = self.task.await {
                 warn!("the accept loop ended abnormally: {err}");
@@ -64,11 +64,10 @@ async fn accept_loop(
     listener: TcpListener,
     app: Router,
     http: http1::Builder,
-    mut stopped: oneshot::Receiver<()>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     // Every connection task holds a sender: when the last one is dropped, all have ended.
     let (alive, mut all_ended) = mpsc::channel::<()>(1);
-    let (stopping, stop_seen) = watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,7 +78,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = &mut stopped => break,
+            () = stop_requested(&mut stopping) => break,
         };
 
         let first_request = Arc::new(watch::Sender::new(false));
@@ -97,7 +96,7 @@ async fn accept_loop(
             connection,
             peer,
             first_request.subscribe(),
-            stop_seen.clone(),
+            stopping.clone(),
             alive.clone(),
         ));
     }
@@ -105,7 +104,6 @@ async fn accept_loop(
     // The listener stays open in systemd (or whoever passed it), queueing clients for the next
     // process; this one only lets go of its copy.
     drop(listener);
-    stopping.send_replace(true);
     drop(alive);
     all_ended.recv().await;
 }
@@ -127,7 +125,7 @@ async fn serve_until_stopped<C>(
     let mut connection = std::pin::pin!(connection);
     let ended = tokio::select! {
         result = connection.as_mut() => Some(result),
-        _ = stopping.wait_for(|stop| *stop) => None,
+        () = stop_requested(&mut stopping) => None,
     };
     let result = match ended {
         Some(result) => result,
@@ -151,4 +149,10 @@ async fn serve_until_stopped<C>(
     if let Err(err) = result {
         debug!(%peer, "connection ended with an error: {err}");
     }
+}
+
+/// Resolves once the server is told to stop, or its [`Server`] is gone.
+async fn stop_requested(stopping: &mut watch::Receiver<bool>) {
+    // The borrow of the value ends here, so callers' futures stay `Send`.
+    let _ = stopping.wait_for(|stop| *stop).await;
 }

@@ -17,7 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
-use stack_tests::kbs::{TestKbs, TestKbsConfig};
+use stack_tests::kbs::{write_resource, TestKbs, TestKbsConfig};
 
 /// Upper bound of any wait for the service; reached only when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -446,9 +446,7 @@ async fn test_kbs(dir: &Path) -> TestKbs {
         ("default/sealed/db", b"s3cret".to_vec()),
         ("default/signer/pub", signer_jwk()),
     ] {
-        let file = resources.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, content).unwrap();
+        write_resource(&resources, path, &content).unwrap();
     }
     let mut config = TestKbsConfig::new(&resources);
     config.deny = vec!["default/key/denied".into()];

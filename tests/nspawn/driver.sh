@@ -131,14 +131,19 @@ check_readiness() {
     done
 }
 
-check_end_to_end() {
-    local started done_at body
-    started=$(sed 's/ .*//; s/\.//' /proc/uptime)
+# The resource through the REST server in podns, byte for byte.
+check_resource() {
     if in_podns curl -sf --max-time 10 -o /tmp/resource "$resource_url" && cmp -s /tmp/resource "$expected_resource"; then
-        check resource-via-rest ok "$(wc -c </tmp/resource) bytes, equal to the KBS copy"
+        check resource-via-rest ok "$(wc -c </tmp/resource) bytes, equal to $expected_resource"
     else
         check resource-via-rest fail "$(in_podns curl -s --max-time 10 "$resource_url" 2>&1 | head -c 300)"
     fi
+}
+
+check_end_to_end() {
+    local started done_at body
+    started=$(sed 's/ .*//; s/\.//' /proc/uptime)
+    check_resource
     body=$(in_podns curl -sf --max-time 10 "http://127.0.0.1:8006/aa/token?token_type=kbs")
     if printf '%s' "$body" | grep -q '"token"'; then
         check token-via-rest ok "token of $(printf '%s' "$body" | wc -c) bytes"
@@ -371,6 +376,7 @@ main() {
     demo)
         check_started_by_systemd
         print_tree
+        check_resource
         show_demo
         ;;
     bad-config)

@@ -15,7 +15,7 @@ use common::kbs::{
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
-use stack_tests::kbs::{EndpointCounts, TestKbs, TestKbsConfig, TlsIdentity};
+use stack_tests::kbs::{write_resource, EndpointCounts, TestKbs, TestKbsConfig, TlsIdentity};
 use tempfile::TempDir;
 
 /// How the test attester treats the report data it is given.
@@ -62,9 +62,7 @@ fn resources() -> TempDir {
         ("default/key/two", SECOND),
         ("default/key/blocked", b"never served".as_slice()),
     ] {
-        let file = dir.path().join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, content).unwrap();
+        write_resource(dir.path(), path, content).unwrap();
     }
     dir
 }

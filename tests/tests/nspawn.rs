@@ -104,7 +104,7 @@ enum Scenario {
     Path,
     /// A malformed AA config.
     BadConfig,
-    /// `make podvm`: the tree, the unit states and one REST call, shown.
+    /// The embedded default: the tree, the unit states and one REST call, shown.
     Demo,
 }
 
@@ -418,21 +418,30 @@ fn per_service(prefix: &str) -> Vec<String> {
     STACK.iter().map(|s| format!("{prefix}-{s}")).collect()
 }
 
-#[test]
-fn socket_activated_podvm_boots_serves_and_survives() {
+/// Installs and boots a podvm, one at a time; `None`, with a message, where the suite cannot
+/// run. The report reads files of the podvm's directory, so the caller keeps both.
+fn boot_podvm(layout: Layout, scenario: Scenario, kbc: Kbc) -> Option<(Podvm, Report)> {
     if let Some(reason) = skip_reason() {
         println!("skipped: the systemd-nspawn suite needs {reason}");
-        return;
+        return None;
     }
     let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
-    let podvm = Podvm::new(
+    let podvm = Podvm::new(layout, scenario, kbc);
+    let report = podvm.boot();
+    Some((podvm, report))
+}
+
+#[test]
+fn socket_activated_podvm_boots_serves_and_survives() {
+    let Some((podvm, report)) = boot_podvm(
         Layout::Socket,
         Scenario::Socket,
         Kbc::TestKbs {
             extra_user_files: "",
         },
-    );
-    let report = podvm.boot();
+    ) else {
+        return;
+    };
     println!(
         "{}",
         fs::read_to_string(podvm.results().join("tree")).unwrap_or_default()
@@ -470,19 +479,15 @@ fn socket_activated_podvm_boots_serves_and_survives() {
 
 #[test]
 fn path_activated_podvm_serves_the_same_answer() {
-    if let Some(reason) = skip_reason() {
-        println!("skipped: the systemd-nspawn suite needs {reason}");
-        return;
-    }
-    let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
-    let podvm = Podvm::new(
+    let Some((_podvm, report)) = boot_podvm(
         Layout::Path,
         Scenario::Path,
         Kbc::TestKbs {
             extra_user_files: "",
         },
-    );
-    let report = podvm.boot();
+    ) else {
+        return;
+    };
 
     let mut expected: Vec<String> = Vec::new();
     for prefix in ["active", "parent"] {
@@ -503,41 +508,36 @@ fn path_activated_podvm_serves_the_same_answer() {
 
 #[test]
 fn malformed_aa_config_fails_clearly_without_a_restart_storm() {
-    if let Some(reason) = skip_reason() {
-        println!("skipped: the systemd-nspawn suite needs {reason}");
-        return;
-    }
-    let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
     let bad_toml =
         "  - path: /run/peerpod/aa.toml\n    content: |\n      [token_configs.kbs\n      url = 1\n";
-    let podvm = Podvm::new(
+    let Some((_podvm, report)) = boot_podvm(
         Layout::Socket,
         Scenario::BadConfig,
         Kbc::TestKbs {
             extra_user_files: bad_toml,
         },
-    );
-    let report = podvm.boot();
+    ) else {
+        return;
+    };
     report.assert_passed(&["start-limit", "bad-config-journal", "bad-config-status"]);
 }
 
-/// `make podvm`: boots the podvm with the embedded default and shows its process tree, its unit
-/// states and one REST call.
+/// The embedded default, as `make podvm` shows it: no user data, no KBS, and the podvm still
+/// boots, runs all three under systemd and serves the offline resource through the REST server.
 #[test]
-#[ignore = "a demonstration, not a check; `make podvm` runs it"]
-fn podvm_demo() {
-    if let Some(reason) = skip_reason() {
-        println!("skipped: the podvm demonstration needs {reason}");
+fn embedded_default_podvm_serves_offline_resources() {
+    let Some((podvm, report)) = boot_podvm(Layout::Socket, Scenario::Demo, Kbc::Embedded) else {
         return;
-    }
-    let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
-    let podvm = Podvm::new(Layout::Socket, Scenario::Demo, Kbc::Embedded);
-    let report = podvm.boot();
+    };
     println!(
         "{}",
         fs::read_to_string(podvm.results().join("demo")).unwrap_or_default()
     );
-    let expected = per_service("active");
+    let mut expected: Vec<String> = Vec::new();
+    for prefix in ["active", "parent"] {
+        expected.extend(per_service(prefix));
+    }
+    expected.extend(["kata-agent-skipped", "resource-via-rest"].map(String::from));
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     report.assert_passed(&expected);
 }

@@ -5,156 +5,69 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use stack_tests::kbs::{TestKbs, TestKbsConfig};
-
-/// Upper bound of any wait; reached only when something is broken.
-const PATIENCE: Duration = Duration::from_secs(60);
+use stack_tests::kbs::{write_resource, TestKbs, TestKbsConfig};
+use stack_tests::stack::{free_port, Binaries, Launch, Running, Workspace};
 
 /// How long the REST server waits for a backend that is down before it answers 503.
 const BACKEND_WAIT_MS: &str = "300";
 
-/// The workspace's binaries, built next to the test KBS by `cargo test --workspace`.
-fn binary(name: &str) -> PathBuf {
-    let binary = Path::new(env!("CARGO_BIN_EXE_test-kbs")).with_file_name(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --workspace --bins` (or `cargo test --workspace`)",
-        binary.display()
-    );
-    binary
-}
-
-/// A service process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The three services' addresses and how to start each.
+/// The three services' launches, against one KBS.
 struct Stack {
-    dir: tempfile::TempDir,
-    kbs_url: String,
+    workspace: Workspace,
+    aa: Launch,
+    cdh: Launch,
+    asr: Launch,
     port: u16,
 }
 
 impl Stack {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn spawn(&self, name: &str, args: &[String], env: &[(&str, String)]) -> Process {
-        let mut command = Command::new(binary(name));
-        command
-            .args(args)
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
+    /// The workspace's own builds, which `cargo test --workspace` puts next to the test KBS.
+    fn new(kbs_url: &str) -> Self {
+        let binaries = Path::new(env!("CARGO_BIN_EXE_test-kbs")).parent().unwrap();
+        let mut workspace = Workspace::new(Binaries::in_dir(binaries).unwrap()).unwrap();
+        let aa_socket = workspace.path("aa.sock");
+        let aa = workspace
+            .aa_on(aa_socket, Some(kbs_url))
+            .with_args(&["--tee", "sample"]);
+        let cdh_socket = workspace.path("cdh.sock");
+        let cdh = workspace
+            .cdh_on(cdh_socket, &aa.address, Some(kbs_url))
+            .unwrap();
+        let port = free_port().unwrap();
+        let asr = workspace
+            .asr_on(port, &aa.address, &cdh.address)
+            .with_args(&["--backend-wait-ms", BACKEND_WAIT_MS]);
+        Self {
+            workspace,
+            aa,
+            cdh,
+            asr,
+            port,
         }
-        Process(command.spawn().unwrap())
     }
 
-    /// The AA with the sample attester, its KBS from `aa_kbc_params`.
-    fn start_aa(&self) -> Process {
-        let socket = self.path("aa.sock");
-        let aa = self.spawn(
-            "attestation-agent",
-            &[
-                "--attestation_sock".into(),
-                format!("unix://{}", socket.display()),
-                "--tee".into(),
-                "sample".into(),
-            ],
-            &[
-                ("AA_KBC_PARAMS", format!("cc_kbc::{}", self.kbs_url)),
-                (
-                    "AA_EVENTLOG_PATH",
-                    self.path("eventlog").display().to_string(),
-                ),
-            ],
-        );
-        wait_accepting(&socket);
+    async fn start_aa(&mut self) -> Running {
+        let mut aa = self.workspace.spawn(&self.aa, None, None).unwrap();
+        aa.wait_accepting().await.unwrap();
         aa
     }
 
-    /// The CDH with `cc_kbc` against the test KBS, evidence from the AA.
-    fn start_cdh(&self) -> Process {
-        let config = self.path("cdh.toml");
-        if !config.exists() {
-            let text = format!(
-                "socket = \"unix://{}\"\n[aa]\naa_socket = \"unix://{}\"\n\
-                 [kbc]\nname = \"cc_kbc\"\nurl = \"{}\"\n",
-                self.path("cdh.sock").display(),
-                self.path("aa.sock").display(),
-                self.kbs_url,
-            );
-            std::fs::write(&config, text).unwrap();
-        }
-        let cdh = self.spawn(
-            "confidential-data-hub",
-            &["-c".into(), config.display().to_string()],
-            &[],
-        );
-        wait_accepting(&self.path("cdh.sock"));
+    async fn start_cdh(&mut self) -> Running {
+        let mut cdh = self.workspace.spawn(&self.cdh, None, None).unwrap();
+        cdh.wait_accepting().await.unwrap();
         cdh
     }
 
-    /// The REST server with every feature on a free loopback port.
-    fn start_asr(&self) -> Process {
-        let port = self.port.to_string();
-        let asr = self.spawn(
-            "api-server-rest",
-            &[
-                "--features".into(),
-                "all".into(),
-                "--bind".into(),
-                format!("127.0.0.1:{port}"),
-                "--aa_addr".into(),
-                format!("unix://{}", self.path("aa.sock").display()),
-                "--cdh_addr".into(),
-                format!("unix://{}", self.path("cdh.sock").display()),
-                "--backend-wait-ms".into(),
-                BACKEND_WAIT_MS.into(),
-            ],
-            &[],
-        );
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < PATIENCE,
-                "the REST server never listened"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    async fn start_asr(&mut self) -> Running {
+        let mut asr = self.workspace.spawn(&self.asr, None, None).unwrap();
+        asr.wait_serving().await.unwrap();
         asr
     }
 
     fn url(&self, route: &str) -> String {
         format!("http://127.0.0.1:{}{route}", self.port)
-    }
-}
-
-fn wait_accepting(socket: &Path) {
-    let started = Instant::now();
-    while UnixStream::connect(socket).is_err() {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "{} never accepted",
-            socket.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -164,9 +77,7 @@ async fn test_kbs(dir: &Path) -> TestKbs {
         ("default/key/1", b"\x00stack resource\xff".as_slice()),
         ("default/key/denied", b"never released"),
     ] {
-        let file = resources.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, content).unwrap();
+        write_resource(&resources, path, content).unwrap();
     }
     let mut config = TestKbsConfig::new(&resources);
     config.deny = vec!["default/key/denied".into()];
@@ -195,19 +106,10 @@ fn text(body: &[u8]) -> String {
 async fn every_route_through_the_real_stack_and_recovery_after_backend_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let kbs = test_kbs(dir.path()).await;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let stack = Stack {
-        dir,
-        kbs_url: kbs.url(),
-        port,
-    };
-    let aa = stack.start_aa();
-    let cdh = stack.start_cdh();
-    let _asr = stack.start_asr();
+    let mut stack = Stack::new(&kbs.url());
+    let aa = stack.start_aa().await;
+    let cdh = stack.start_cdh().await;
+    let _asr = stack.start_asr().await;
     let client = reqwest::Client::new();
 
     let (status, body) = get(&client, &stack.url("/info")).await;
@@ -287,14 +189,14 @@ async fn every_route_through_the_real_stack_and_recovery_after_backend_restarts(
     drop(aa);
     let (status, body) = get(&client, &stack.url("/aa/evidence?runtime_data=hello")).await;
     assert_eq!(status, 503, "{}", text(&body));
-    let _aa = stack.start_aa();
+    let _aa = stack.start_aa().await;
     let (status, body) = get(&client, &stack.url("/aa/evidence?runtime_data=again")).await;
     assert_eq!(status, 200, "after the AA restarted: {}", text(&body));
 
     drop(cdh);
     let (status, body) = get(&client, &resource).await;
     assert_eq!(status, 503, "{}", text(&body));
-    let _cdh = stack.start_cdh();
+    let _cdh = stack.start_cdh().await;
     let (status, body) = get(&client, &resource).await;
     assert_eq!(status, 200, "after the CDH restarted: {}", text(&body));
 

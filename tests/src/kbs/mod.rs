@@ -8,7 +8,7 @@ mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +51,17 @@ impl TestKbsConfig {
             tls: None,
         }
     }
+}
+
+/// Writes `content` as the resource `repo/type/tag` under a resource directory, the layout
+/// [`TestKbsConfig::resource_dir`] serves.
+pub fn write_resource(dir: &Path, path: &str, content: &[u8]) -> anyhow::Result<()> {
+    let file = dir.join(path);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
+    }
+    std::fs::write(&file, content).with_context(|| format!("failed to write {}", file.display()))
 }
 
 /// Requests the test KBS received, by endpoint.

@@ -13,6 +13,30 @@ use ttrpc::proto::{
     MESSAGE_TYPE_RESPONSE,
 };
 
+/// A unary call, encoded once as the ttrpc `Request` it sends every time.
+pub struct EncodedCall {
+    /// `service/method`, for errors.
+    name: String,
+    request: Vec<u8>,
+}
+
+impl EncodedCall {
+    /// `service`/`method` with an encoded request message.
+    pub fn new(service: &str, method: &str, payload: Vec<u8>) -> Self {
+        let request = Request {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            payload,
+            timeout_nano: 0,
+            metadata: Vec::new(),
+        };
+        Self {
+            name: format!("{service}/{method}"),
+            request: request.encode_to_vec(),
+        }
+    }
+}
+
 /// One ttrpc connection that sends unary calls in sequence.
 pub struct FrameConnection {
     stream: UnixStream,
@@ -34,24 +58,16 @@ impl FrameConnection {
         })
     }
 
-    /// Calls `service`/`method` with an encoded request message; returns the encoded answer.
-    pub async fn call(&mut self, service: &str, method: &str, payload: &[u8]) -> Result<Vec<u8>> {
+    /// Sends `call` and returns the encoded answer.
+    pub async fn call(&mut self, call: &EncodedCall) -> Result<Vec<u8>> {
         let stream_id = self.next_stream_id;
         self.next_stream_id = self.next_stream_id.wrapping_add(2);
-        let request = Request {
-            service: service.to_owned(),
-            method: method.to_owned(),
-            payload: payload.to_vec(),
-            timeout_nano: 0,
-            metadata: Vec::new(),
-        };
 
+        let length = u32::try_from(call.request.len())?;
         self.frame.clear();
-        self.frame.resize(MESSAGE_HEADER_LENGTH, 0);
-        request.encode(&mut self.frame)?;
-        let length = u32::try_from(self.frame.len() - MESSAGE_HEADER_LENGTH)?;
-        let header = Vec::from(MessageHeader::new_request(stream_id, length));
-        self.frame[..MESSAGE_HEADER_LENGTH].copy_from_slice(&header);
+        self.frame
+            .extend_from_slice(&Vec::from(MessageHeader::new_request(stream_id, length)));
+        self.frame.extend_from_slice(&call.request);
         self.stream.write_all(&self.frame).await?;
 
         let mut header = [0u8; MESSAGE_HEADER_LENGTH];
@@ -73,11 +89,7 @@ impl FrameConnection {
 
         let response = Response::decode(self.frame.as_slice())?;
         if let Some(status) = response.status.filter(|status| status.code != 0) {
-            bail!(
-                "{service}/{method} failed: {} {}",
-                status.code,
-                status.message
-            );
+            bail!("{} failed: {} {}", call.name, status.code, status.message);
         }
         Ok(response.payload)
     }

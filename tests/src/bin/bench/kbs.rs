@@ -80,13 +80,3 @@ impl KbsThread {
             .map_err(|_| anyhow::anyhow!("the test KBS thread panicked"))?
     }
 }
-
-/// Writes `content` as the resource `repo/type/tag` under `dir`.
-pub fn write_resource(dir: &Path, path: &str, content: &[u8]) -> Result<()> {
-    let file = dir.join(path);
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("failed to create {}", parent.display()))?;
-    }
-    std::fs::write(&file, content).with_context(|| format!("failed to write {}", file.display()))
-}

@@ -16,9 +16,9 @@ use prost::Message as _;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::frames::FrameConnection;
-use crate::http::HttpConnection;
-use crate::service::{connect, context, Address, RESOURCE_URI};
+use crate::frames::{EncodedCall, FrameConnection};
+use stack_tests::http::HttpConnection;
+use stack_tests::stack::{connect, context, Address, RESOURCE_URI};
 
 /// What one load run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -56,10 +56,10 @@ pub enum TtrpcCall {
 }
 
 impl TtrpcCall {
-    /// The service, the method and the encoded request message of the call.
-    fn frame(self) -> (&'static str, &'static str, Vec<u8>) {
+    /// The call, encoded once for the bench's own frame client.
+    fn encoded(self) -> EncodedCall {
         match self {
-            TtrpcCall::Evidence => (
+            TtrpcCall::Evidence => EncodedCall::new(
                 "attestation_agent.AttestationAgentService",
                 "GetEvidence",
                 GetEvidenceRequest {
@@ -67,7 +67,7 @@ impl TtrpcCall {
                 }
                 .encode_to_vec(),
             ),
-            TtrpcCall::Resource => (
+            TtrpcCall::Resource => EncodedCall::new(
                 "api.GetResourceService",
                 "GetResource",
                 GetResourceRequest {
@@ -153,11 +153,11 @@ async fn frames_loop(
     call: TtrpcCall,
     count: usize,
 ) -> Result<Samples> {
-    let (service, method, payload) = call.frame();
+    let call = call.encoded();
     let mut samples = Samples::default();
     for _ in 0..count {
         let sent = Instant::now();
-        match stream.call(service, method, &payload).await {
+        match stream.call(&call).await {
             Ok(_) => samples.latencies.push(sent.elapsed()),
             Err(_) => {
                 // The frames may be out of step now: start over on a new connection.

@@ -4,11 +4,9 @@
 //! It never judges a figure; the README states the targets.
 
 mod frames;
-mod http;
 mod kbs;
 mod load;
 mod report;
-mod service;
 
 use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
@@ -24,7 +22,7 @@ use tokio::net::UnixDatagram;
 use crate::kbs::KbsThread;
 use crate::load::{rest_load, steady_stream, ttrpc_load, wrk, TtrpcCall, TtrpcClient};
 use crate::report::{millis, BinarySize, KbsRoundTrips, MemoryRow, Report, RestartRow, Startup};
-use crate::service::{
+use stack_tests::stack::{
     connect, context, free_port, wait_ready, Kind, Launch, Running, Workspace, EVIDENCE_ROUTE,
     PATIENCE, RESOURCE_ROUTE,
 };
@@ -86,7 +84,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: &Args) -> Result<()> {
     let requests = args.requests.max(PARALLEL);
-    let mut workspace = Workspace::new(service::Binaries::from_env()?)?;
+    let mut workspace = Workspace::new(stack_tests::stack::Binaries::from_env()?)?;
     let mut report = Report {
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         requests_per_run: requests,
@@ -141,7 +139,7 @@ struct Stack {
 }
 
 impl Stack {
-    fn memory(&self) -> Result<[service::Memory; 3]> {
+    fn memory(&self) -> Result<[stack_tests::stack::Memory; 3]> {
         Ok([self.aa.memory()?, self.cdh.memory()?, self.asr.memory()?])
     }
 
@@ -307,7 +305,7 @@ async fn kbs_load(
 ) -> Result<()> {
     let resources = workspace.path("kbs-resources");
     for index in 1..=DISTINCT_RESOURCES {
-        kbs::write_resource(
+        stack_tests::kbs::write_resource(
             &resources,
             &format!("default/key/{index}"),
             b"bench-resource",
@@ -369,7 +367,7 @@ async fn restarts(workspace: &mut Workspace, window: Duration, report: &mut Repo
         .context("failed to bind a loopback listener for the REST server")?;
     let port = tcp.local_addr()?.port();
 
-    let aa_launch = workspace.aa_on(aa_socket);
+    let aa_launch = workspace.aa_on(aa_socket, None);
     let cdh_launch = workspace.cdh_on(cdh_socket, &aa_launch.address, None)?;
     let asr_launch = workspace.asr_on(port, &aa_launch.address, &cdh_launch.address);
     let plan = [

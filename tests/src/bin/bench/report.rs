@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::load::{LoadResult, StreamCount};
-use crate::service::Memory;
+use stack_tests::stack::Memory;
 
 /// Everything one bench run measured.
 #[derive(Debug, Default, Serialize)]

@@ -1,5 +1,5 @@
 //! The three services as plain processes: how each is launched, readiness over `NOTIFY_SOCKET`,
-//! a real call as a readiness probe, socket activation with a bench-owned listener, and memory.
+//! a real call as a readiness probe, socket activation with a caller-owned listener, and memory.
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -96,13 +96,26 @@ impl Binaries {
             Some(path) => PathBuf::from(path),
             None => release.join(kind.name()),
         });
+        Self::checked(paths, |kind| {
+            std::env::var_os(kind.env_var()).map_or("the default", |_| kind.env_var())
+        })
+    }
+
+    /// The three binaries in `dir`, such as the workspace's debug build for a test.
+    pub fn in_dir(dir: &Path) -> Result<Self> {
+        Self::checked(Kind::ALL.map(|kind| dir.join(kind.name())), |_| {
+            "the directory"
+        })
+    }
+
+    fn checked(paths: [PathBuf; 3], source: impl Fn(Kind) -> &'static str) -> Result<Self> {
         for (kind, path) in Kind::ALL.iter().zip(&paths) {
             if !path.is_file() {
                 bail!(
                     "{} binary {} (from {}) does not exist: run `make release` or set {}",
                     kind.name(),
                     path.display(),
-                    std::env::var_os(kind.env_var()).map_or("the default", |_| kind.env_var()),
+                    source(*kind),
                     kind.env_var()
                 );
             }
@@ -127,7 +140,15 @@ pub struct Launch {
     env: Vec<(String, OsString)>,
 }
 
-/// The runtime directory of one bench run and the files the services read from it.
+impl Launch {
+    /// The same launch with `args` appended to its flags.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(OsString::from));
+        self
+    }
+}
+
+/// The runtime directory of one run and the files the services read from it.
 pub struct Workspace {
     dir: tempfile::TempDir,
     binaries: Binaries,
@@ -138,7 +159,7 @@ impl Workspace {
     /// A fresh runtime directory with the offline resources file.
     pub fn new(binaries: Binaries) -> Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("guest-components-bench.")
+            .prefix("guest-components-stack.")
             .tempdir()
             .context("failed to create the bench runtime directory")?;
         let resources = dir.path().join("resources.json");
@@ -170,22 +191,26 @@ impl Workspace {
         self.path(&format!("{stem}-{}.{extension}", self.instances))
     }
 
-    /// An Attestation Agent on a new socket.
+    /// An Attestation Agent on a new socket, with the embedded default (no KBS).
     pub fn aa(&mut self) -> Launch {
         let socket = self.unique("aa", "sock");
-        self.aa_on(socket)
+        self.aa_on(socket, None)
     }
 
-    /// An Attestation Agent on `socket`, with the embedded default (no KBS).
-    pub fn aa_on(&mut self, socket: PathBuf) -> Launch {
+    /// An Attestation Agent on `socket`; with `kbs_url` it gets tokens from that KBS (`cc_kbc`),
+    /// else it has none.
+    pub fn aa_on(&mut self, socket: PathBuf, kbs_url: Option<&str>) -> Launch {
         let address = Address::Unix(socket);
         let eventlog = self.unique("aa", "eventlog");
+        let kbc_params = kbs_url.map_or("offline_fs_kbc::null".to_owned(), |url| {
+            format!("cc_kbc::{url}")
+        });
         Launch {
             kind: Kind::Aa,
             args: vec!["--attestation_sock".into(), address.uri().into()],
             env: vec![
                 ("AA_EVENTLOG_PATH".into(), eventlog.into()),
-                ("AA_KBC_PARAMS".into(), "offline_fs_kbc::null".into()),
+                ("AA_KBC_PARAMS".into(), kbc_params.into()),
             ],
             address,
         }

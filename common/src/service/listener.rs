@@ -1,37 +1,7 @@
-//! The one lifecycle every service binary follows: acquire listeners, report readiness,
-//! react to signals, drain.
-//!
-//! A binary's `main` reads as a few steps:
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use common::service::{acquire_listener, drain, Endpoint, Lifecycle};
-//! use common::systemd::InheritedListeners;
-//!
-//! fn main() -> anyhow::Result<()> {
-//!     // Before any thread exists: this unsets the LISTEN_* variables.
-//!     let mut inherited = InheritedListeners::take_from_env()?;
-//!     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-//!     runtime.block_on(async {
-//!         let endpoint = Endpoint::parse("unix:///run/example/example.sock")?;
-//!         let (listener, _origin) = acquire_listener(&endpoint, &mut inherited, None)?;
-//!         let mut lifecycle = Lifecycle::start("example")?;
-//!         let server = tokio::spawn(async move {
-//!             // Serve requests on `listener` here.
-//!             drop(listener);
-//!         });
-//!         lifecycle.ready(&[endpoint], "serving").await?;
-//!         lifecycle
-//!             .run_until_terminated(|| async { Ok("serving, config reloaded".to_string()) })
-//!             .await;
-//!         drain(server, Duration::from_secs(10)).await;
-//!         Ok(())
-//!     })
-//! }
-//! ```
+//! Listeners: endpoints, the socket-activated listener or one bound here (private, never
+//! stealing a live socket), and waiting until an endpoint accepts.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -44,97 +14,15 @@ use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrStorage, UnixAddr,
 };
-use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::task::JoinHandle;
 
-use crate::systemd::{
-    monotonic_usec, spawn_watchdog, watchdog_interval, ActivationError, InheritedListeners,
-    Notifier,
-};
+use super::ServiceError;
+use crate::systemd::InheritedListeners;
 
 /// The longest unix socket path the kernel accepts (`sun_path` minus its terminating NUL).
 const MAX_UNIX_PATH: usize = 107;
 
-/// How long `ready` waits for each endpoint to accept before giving up.
-const READY_BOUND: Duration = Duration::from_secs(30);
-
 /// How many pending connections the kernel queues for a listener we bind.
 const BACKLOG: i32 = 1024;
-
-/// Why a service could not set up its listeners, signals or readiness.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// An endpoint string is not one of the accepted forms.
-    #[error("invalid endpoint {input:?}: {reason}")]
-    InvalidEndpoint {
-        /// The endpoint as given.
-        input: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// Another process answers on the socket path.
-    #[error("socket {path} is already in use by a running process")]
-    AddressInUse {
-        /// The socket path.
-        path: PathBuf,
-    },
-    /// Something other than a socket sits at the socket path; it is left alone.
-    #[error("{path} exists and is not a socket; refusing to replace it")]
-    NotASocket {
-        /// The path.
-        path: PathBuf,
-    },
-    /// A filesystem step around the socket path failed.
-    #[error("failed to {action} {path}")]
-    SocketPath {
-        /// What was being done (e.g. "create the directory of").
-        action: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// Binding or listening on the endpoint failed.
-    #[error("failed to listen on {endpoint}")]
-    Listen {
-        /// The endpoint.
-        endpoint: Endpoint,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// A socket passed by systemd could not be used.
-    #[error("failed to take the socket-activated listener for {endpoint}")]
-    Inherited {
-        /// The endpoint.
-        endpoint: Endpoint,
-        /// The underlying error.
-        source: ActivationError,
-    },
-    /// The endpoint did not accept a connection within the bound.
-    #[error("{endpoint} did not accept connections within {bound:?}")]
-    NotAccepting {
-        /// The endpoint.
-        endpoint: Endpoint,
-        /// How long we waited.
-        bound: Duration,
-        /// The last connection error.
-        source: io::Error,
-    },
-    /// Signal handlers could not be installed.
-    #[error("failed to install the handler for {signal}")]
-    Signals {
-        /// The signal name.
-        signal: &'static str,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// `NOTIFY_SOCKET` is malformed or the service manager could not be told something.
-    #[error("failed to notify the service manager")]
-    Notify {
-        /// The underlying error.
-        source: io::Error,
-    },
-}
 
 /// Where a service listens: a unix socket path or a TCP address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -409,208 +297,6 @@ pub async fn wait_until_accepting(
     }
 }
 
-/// What the service manager (or an operator) asked the service to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LifecycleEvent {
-    /// SIGTERM or SIGINT: stop accepting, drain, exit.
-    Terminate,
-    /// SIGHUP: reload the configuration.
-    Reload,
-}
-
-/// The signal streams a service reacts to, installed once at start-up.
-#[derive(Debug)]
-pub struct Signals {
-    terminate: Signal,
-    interrupt: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    /// Installs handlers for SIGTERM, SIGINT and SIGHUP; needs a running tokio runtime.
-    pub fn install() -> Result<Self, ServiceError> {
-        let install = |kind, name| {
-            signal(kind).map_err(|source| ServiceError::Signals {
-                signal: name,
-                source,
-            })
-        };
-        Ok(Self {
-            terminate: install(SignalKind::terminate(), "SIGTERM")?,
-            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
-            hangup: install(SignalKind::hangup(), "SIGHUP")?,
-        })
-    }
-
-    /// Waits for the next signal and says what it asks for.
-    pub async fn next(&mut self) -> LifecycleEvent {
-        // A closed stream means the runtime is going away: treat it as termination.
-        tokio::select! {
-            _ = self.terminate.recv() => LifecycleEvent::Terminate,
-            _ = self.interrupt.recv() => LifecycleEvent::Terminate,
-            received = self.hangup.recv() => match received {
-                Some(()) => LifecycleEvent::Reload,
-                None => LifecycleEvent::Terminate,
-            },
-        }
-    }
-}
-
-/// A running service's side of systemd: notifier, signals and watchdog.
-#[derive(Debug)]
-pub struct Lifecycle {
-    name: String,
-    notifier: Notifier,
-    signals: Signals,
-    watchdog: Option<JoinHandle<()>>,
-}
-
-impl Lifecycle {
-    /// Sets up notification, signal handling and (if systemd asks for it) the watchdog.
-    ///
-    /// Call it inside the tokio runtime, early, so a signal arriving during start-up is not
-    /// lost to the default action.
-    pub fn start(name: &str) -> Result<Self, ServiceError> {
-        let notifier = Notifier::from_env().map_err(|source| ServiceError::Notify { source })?;
-        let signals = Signals::install()?;
-        let watchdog = watchdog_interval().map(|interval| {
-            tracing::info!(service = name, ?interval, "watchdog enabled");
-            spawn_watchdog(notifier.clone(), interval)
-        });
-        tracing::info!(service = name, "starting");
-        Ok(Self {
-            name: name.to_string(),
-            notifier,
-            signals,
-            watchdog,
-        })
-    }
-
-    /// The notifier, for messages beyond the lifecycle's own.
-    pub fn notifier(&self) -> &Notifier {
-        &self.notifier
-    }
-
-    /// Waits until every endpoint accepts connections, then sends `READY=1` with `status`.
-    pub async fn ready(&self, endpoints: &[Endpoint], status: &str) -> Result<(), ServiceError> {
-        for endpoint in endpoints {
-            wait_until_accepting(endpoint, READY_BOUND).await?;
-            // The clock systemd stamps READY=1 with: the two can be compared.
-            let monotonic_usec = monotonic_usec().unwrap_or_default();
-            tracing::info!(%endpoint, monotonic_usec, "accepting connections");
-        }
-        self.notifier
-            .ready(status)
-            .map_err(|source| ServiceError::Notify { source })?;
-        tracing::info!(service = %self.name, ?endpoints, status, "ready");
-        Ok(())
-    }
-
-    /// Updates the status text; a failure is logged, not returned.
-    pub fn status(&self, status: &str) {
-        warn_unsent(self.notifier.status(status), "STATUS=");
-    }
-
-    /// Asks systemd for `extra` more time in the current phase; a failure is logged.
-    pub fn extend_timeout(&self, extra: Duration) {
-        warn_unsent(self.notifier.extend_timeout(extra), "EXTEND_TIMEOUT_USEC=");
-    }
-
-    /// Serves signals until SIGTERM or SIGINT; each SIGHUP runs `reload`.
-    ///
-    /// A reload is bracketed by `RELOADING=1` and `READY=1`; its `Ok` value becomes the new
-    /// status. A failed reload is logged, the old configuration keeps serving, and the failure
-    /// shows in the status. On termination `STOPPING=1` is sent and the caller drains.
-    pub async fn run_until_terminated<F, Fut>(&mut self, mut reload: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = anyhow::Result<String>>,
-    {
-        loop {
-            match self.signals.next().await {
-                LifecycleEvent::Reload => {
-                    tracing::info!(service = %self.name, "reloading");
-                    warn_unsent(self.notifier.reloading(), "RELOADING=1");
-                    let status = match reload().await {
-                        Ok(status) => {
-                            tracing::info!(service = %self.name, status, "reloaded");
-                            status
-                        }
-                        Err(err) => {
-                            tracing::error!(
-                                service = %self.name,
-                                "reload failed, keeping the previous configuration: {err:#}"
-                            );
-                            format!("reload failed, previous configuration active: {err:#}")
-                        }
-                    };
-                    warn_unsent(self.notifier.ready(&status), "READY=1");
-                }
-                LifecycleEvent::Terminate => {
-                    tracing::info!(service = %self.name, "stopping");
-                    warn_unsent(self.notifier.stopping(), "STOPPING=1");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Logs a notification that could not be sent; the service keeps running regardless.
-fn warn_unsent(sent: io::Result<()>, what: &str) {
-    if let Err(err) = sent {
-        tracing::warn!("failed to send {what} to the service manager: {err}");
-    }
-}
-
-impl Drop for Lifecycle {
-    fn drop(&mut self) {
-        if let Some(watchdog) = &self.watchdog {
-            watchdog.abort();
-        }
-    }
-}
-
-/// Reports the error that ends a service: its chain goes to the log as one
-/// event, and the chain on one line to `STATUS=`, so `systemctl status` says
-/// why the unit failed.
-pub fn report_failure(err: &anyhow::Error) {
-    crate::logging::log_error_chain(err);
-    if let Ok(notifier) = Notifier::from_env() {
-        warn_unsent(notifier.status(&format!("failed: {err:#}")), "STATUS=");
-    }
-}
-
-/// How long a client that connected just before a stop has to send its first request. Its
-/// connection was accepted, so closing it unanswered would lose the request; meanwhile the
-/// listening socket, held by systemd, queues newcomers for the next process.
-pub const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(200);
-
-/// Stops a ttrpc server without losing a call that raced the stop: no more accepts, then
-/// [`FIRST_REQUEST_GRACE`] for the calls of clients that had just connected, then each
-/// connection closes once its calls are answered.
-pub async fn stop_ttrpc(server: &mut ttrpc::r#async::Server) {
-    server.stop_listen().await;
-    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
-    if let Err(err) = server.shutdown().await {
-        tracing::warn!(error = %err, "ttrpc server did not shut down cleanly");
-    }
-}
-
-/// Runs `fut` (the in-flight work) for at most `bound`; true if it finished in time.
-pub async fn drain<F: Future>(fut: F, bound: Duration) -> bool {
-    match tokio::time::timeout(bound, fut).await {
-        Ok(_) => true,
-        Err(_) => {
-            tracing::warn!(
-                ?bound,
-                "in-flight requests did not finish in time; cutting them off"
-            );
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -775,11 +461,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("never.sock"), "{err}");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn drain_reports_whether_work_finished() {
-        assert!(drain(async {}, Duration::from_secs(60)).await);
-        assert!(!drain(std::future::pending::<()>(), Duration::ZERO).await);
     }
 }
